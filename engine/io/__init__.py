@@ -1,0 +1,1 @@
+"""Study I/O: DICOM and raster decoding, view identity, folder loading (SPEC section 4)."""

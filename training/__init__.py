@@ -1,0 +1,1 @@
+"""mammo-viewer training: data sources, training loops, metrics, export (may import engine)."""

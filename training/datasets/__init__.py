@@ -1,0 +1,1 @@
+"""Public dataset adapters (SPEC section 7)."""
