@@ -23,6 +23,7 @@ __all__ = [
     "ModelError",
     "UnknownModelError",
     "WeightsMismatchError",
+    "Cancelled",
 ]
 
 
@@ -102,3 +103,22 @@ class UnknownModelError(ModelError):
 
 class WeightsMismatchError(ModelError):
     """Weights whose hash or architecture does not match the model card."""
+
+
+class Cancelled(MammoError):
+    """Work stopped because the caller's ``cancel()`` callable returned True.
+
+    Not a :class:`StudyError`: a batch that catches study errors per study must let it through.
+
+    Args:
+        path: The study (or file) being worked on.
+        problem: Where it stopped, in a few words.
+    """
+
+    def __init__(self, path: str | Path, problem: str = "cancelled") -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path.name}: {problem}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.path, self.problem))

@@ -126,8 +126,9 @@ class StudyImage:
         rescale_intercept: Modality LUT intercept (0.0 when absent).
         modality_lut: Modality LUT Sequence table as ``(first_mapped, table)``, or None.
         photometric: PhotometricInterpretation as found in the file (rasters: ``"MONOCHROME2"``).
-        inverted_for_display: True when the display is inverted (MONOCHROME1 xor
-            PresentationLUTShape INVERSE), applied once, after VOI.
+        inverted_for_display: True when the display is inverted (MONOCHROME1 and/or
+            PresentationLUTShape INVERSE: in DX/MG the two state the same single inversion),
+            applied once, after VOI.
         voi_presets: The VOI presets; the first is the default. Never empty (a full-range window is
             made when the file has none).
         display: ``uint8`` image as shown with the default preset.
@@ -142,6 +143,9 @@ class StudyImage:
         study_instance_uid: StudyInstanceUID (None for rasters).
         patient_age_years: From PatientAge when present (a model input, not shown in logs).
         warnings: Things worth telling the reader (non-fatal).
+        extra_reason: Set by the reader when the image must stay out of the standard slots
+            whatever its view (tomosynthesis volume, CESM high-energy image), else None.
+        frames: Number of frames in the source file (only the first is loaded).
     """
 
     path: Path
@@ -172,6 +176,8 @@ class StudyImage:
     series_instance_uid: str | None = None
     patient_age_years: float | None = None
     warnings: list[str] = field(default_factory=list)
+    extra_reason: str | None = None
+    frames: int = 1
 
     @property
     def shape(self) -> tuple[int, int]:
