@@ -3,6 +3,9 @@
 Public API (the viewer and the command-line tools use only these names)::
 
     study = engine.load_study(path)
+    result = engine.Engine(model="hybrid-vssm-shared", device="auto").score(study)
+    result.sides["L"].p_malignant, result.attention["L-CC"], result.heatmaps["L-CC"]
+    engine.list_models()
 
 Importing ``engine`` is cheap: heavy modules (torch, the models) load on first use.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import (
+    Cancelled,
     DecodeError,
     EmptyStudyError,
     MammoError,
@@ -29,10 +33,19 @@ from engine.errors import (
 from engine.study import STANDARD_VIEWS, ExtraImage, FileError, Study, StudyImage, VoiLut, VoiWindow
 
 if TYPE_CHECKING:
+    from engine.inference import CamTarget, Engine
     from engine.io.loader import load_study
+    from engine.result import Result, SideResult
+    from engine.weights import ModelCard, list_models
 
 __all__ = [
     "load_study",
+    "Engine",
+    "CamTarget",
+    "Result",
+    "SideResult",
+    "list_models",
+    "ModelCard",
     "STANDARD_VIEWS",
     "Study",
     "StudyImage",
@@ -53,10 +66,17 @@ __all__ = [
     "ModelError",
     "UnknownModelError",
     "WeightsMismatchError",
+    "Cancelled",
 ]
 
 _LAZY = {
     "load_study": ("engine.io.loader", "load_study"),
+    "Engine": ("engine.inference", "Engine"),
+    "CamTarget": ("engine.inference", "CamTarget"),
+    "Result": ("engine.result", "Result"),
+    "SideResult": ("engine.result", "SideResult"),
+    "list_models": ("engine.weights", "list_models"),
+    "ModelCard": ("engine.weights", "ModelCard"),
 }
 
 
