@@ -46,6 +46,11 @@ __all__ = [
     "SideResult",
     "list_models",
     "ModelCard",
+    "run_batch",
+    "read_results",
+    "BatchProgress",
+    "BatchSummary",
+    "export_study",
     "STANDARD_VIEWS",
     "Study",
     "StudyImage",
@@ -77,6 +82,11 @@ _LAZY = {
     "SideResult": ("engine.result", "SideResult"),
     "list_models": ("engine.weights", "list_models"),
     "ModelCard": ("engine.weights", "ModelCard"),
+    "run_batch": ("engine.batch", "run_batch"),
+    "read_results": ("engine.batch", "read_results"),
+    "BatchProgress": ("engine.batch", "BatchProgress"),
+    "BatchSummary": ("engine.batch", "BatchSummary"),
+    "export_study": ("engine.dicom_export", "export_study"),
 }
 
 
