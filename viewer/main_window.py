@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+import engine
 from viewer.controller import StudyController, installed_models, sibling_studies
 from viewer.imaging import WindowSetting, pixel_readout, window_center_width
 from viewer.state import COLORMAPS, MG_GROUP, ViewerState
@@ -36,6 +37,7 @@ from viewer.widgets.magnifier import MagnifierWidget
 from viewer.widgets.message_bar import MessageBar
 from viewer.widgets.modality_panel import ModalityPanel
 from viewer.widgets.view_grid import ViewGridWidget
+from viewer.workers import Worker, WorkerPool
 
 __all__ = ["ORGANIZATION", "APPLICATION", "MainWindow", "default_settings"]
 
@@ -75,7 +77,12 @@ class MainWindow(QMainWindow):
         state: An existing state (default: a new one).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         model: Model to use (default: the saved choice, else the first installed one).
+
+    Signals:
+        dicom_export_finished(bool, str): File > Export DICOM ended (success, one-line message).
     """
+
+    dicom_export_finished = Signal(bool, str)
 
     def __init__(
         self,
@@ -90,6 +97,9 @@ class MainWindow(QMainWindow):
         self.state = state if state is not None else ViewerState(self)
         self.controller = StudyController(self.state, self)
         self.last_path: str | None = None
+        self.batch_dialog = None  # Tools > Batch score folder (viewer.dialogs.batch_dialog), made on first use
+        self.results_browser = None  # Research > Open results (viewer.widgets.cases_browser)
+        self.export_pool = WorkerPool(1, self)
         self.setWindowTitle("mammo-viewer")
         self.setAcceptDrops(True)
         self.resize(1600, 1000)
@@ -210,6 +220,7 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         self._action(f, "File", "export_screenshot", "Export &Screenshot...", "Ctrl+E", self.choose_screenshot)
         self._action(f, "File", "export_report", "Export &Report (JSON)...", "Ctrl+Shift+E", self.choose_report)
+        self._action(f, "File", "export_dicom", "Export &DICOM (SEG + SR)...", "Ctrl+Shift+D", self.choose_dicom_export)
         f.addSeparator()
         self._action(f, "File", "quit", "&Quit", "Ctrl+Q", self.close)
 
@@ -239,6 +250,8 @@ class MainWindow(QMainWindow):
             act.setCheckable(True)
             tools.addAction(act)
         self._action(t, "Tools", "clear_rulers", "&Clear Rulers", "Esc", s.clear_measurements)
+        t.addSeparator()
+        self._action(t, "Tools", "batch", "&Batch Score Folder...", "Ctrl+Shift+B", self.show_batch_dialog)
 
         a = mb.addMenu("&AI")
         self._action(a, "AI", "heatmap", "Show &Heatmap", "H", s.set_heatmap_visible, checkable=True)
@@ -251,6 +264,9 @@ class MainWindow(QMainWindow):
         a.addSeparator()
         self._action(a, "AI", "next_model", "Next &Model", "Ctrl+M", self.next_model)
         self._action(a, "AI", "rescore", "&Re-score Study", "Ctrl+R", self.controller.score)
+
+        r = mb.addMenu("&Research")
+        self._action(r, "Research", "open_results", "Open &Results...", "Ctrl+Shift+O", self.choose_results)
 
         h = mb.addMenu("&Help")
         self._action(h, "Help", "shortcuts", "Keyboard &Shortcuts", ["F1", "?"], self.show_shortcuts)
@@ -432,6 +448,139 @@ class MainWindow(QMainWindow):
             except (OSError, ValueError) as err:
                 self.state.add_message("error", f"Export failed: {err}")
 
+    def export_dicom(self, out_dir: str | Path | None) -> Worker | None:
+        """File > Export DICOM: ``engine.dicom_export.export_study``, in a child process driven by a
+        worker thread (``viewer.dicom_export_job``).
+
+        Writes the DICOM Segmentations and the Comprehensive SR of the current study and result
+        into ``out_dir``; ``dicom_export_finished`` says how it went (the engine's own message when
+        it cannot, e.g. for a study of raster images). ``out_dir=None`` only asks the engine
+        whether it can (into a temporary folder that is removed): how a raster study gets its
+        explanation without a folder being chosen first.
+
+        Returns:
+            The worker, or None when there is no result to export (a message says so).
+        """
+        s = self.state
+        if s.study is None or s.result is None:
+            text = "No AI result to export yet."
+            s.add_message("warning", text)
+            self.dicom_export_finished.emit(False, text)
+            return None
+        from viewer.dicom_export_job import export_dicom_job
+
+        target = None if out_dir is None else Path(out_dir)
+        w = Worker(export_dicom_job, str(s.study.path), s.result, target, name="DICOM export")
+        w.signals.result.connect(self._on_dicom_exported)
+        w.signals.error.connect(self._on_dicom_export_error)
+        action = self.actions_by_name["export_dicom"]
+        action.setEnabled(False)  # one export at a time
+        w.signals.finished.connect(lambda: action.setEnabled(True))
+        self.statusBar().showMessage("Exporting DICOM...", 0)
+        self.export_pool.start(w)
+        return w
+
+    def choose_dicom_export(self) -> None:
+        """File > Export DICOM: pick a folder (the study's files go in a sub-folder named after it)."""
+        s = self.state
+        study = s.study
+        if study is None or s.result is None:
+            self.export_dicom(None)
+            return
+        views = [study.views[v] for v in engine.STANDARD_VIEWS if v in study.views]
+        if any(img.sop_instance_uid is None for img in views):
+            self.export_dicom(None)  # raster images: the engine says why not, nothing is written
+            return
+        start = str(self.settings.value("files/export_folder", str(Path.home())))
+        path = QFileDialog.getExistingDirectory(self, "Export DICOM (SEG + SR) into folder", start)
+        if path:
+            self.settings.setValue("files/export_folder", path)
+            self.export_dicom(Path(path) / study.study_id)
+
+    def _on_dicom_exported(self, written: list) -> None:
+        folder = Path(written[0]).parent if written else None
+        text = f"Exported {len(written)} DICOM file(s) to {folder}" if folder else "Nothing was exported"
+        self.statusBar().showMessage(text, 6000)
+        self.dicom_export_finished.emit(True, text)
+
+    def _on_dicom_export_error(self, exc: BaseException) -> None:
+        if isinstance(exc, engine.MammoError):
+            text = f"No DICOM export: {exc}"
+        elif isinstance(exc, OSError):
+            text = f"No DICOM export: cannot write {Path(exc.filename).name if exc.filename else 'the files'} ({exc.strerror or exc})"
+        else:
+            logger.error("unexpected error in the DICOM export", exc_info=exc)
+            text = f"No DICOM export: unexpected {type(exc).__name__} (details in the log)"
+        self.statusBar().clearMessage()
+        self.state.add_message("error", text)
+        self.dicom_export_finished.emit(False, text)
+
+    # ------------------------------------------------------------------ batch and research
+    def show_batch_dialog(self) -> None:
+        """Tools > Batch score folder: show the (non-modal) batch dialog."""
+        from viewer.dialogs.batch_dialog import BatchDialog
+
+        s = self.state
+        if self.batch_dialog is None:
+            dlg = BatchDialog(s.models, s.model_name, s.device, settings=self.settings, parent=self)
+            dlg.study_open_requested.connect(self._on_batch_study_open_requested)
+            dlg.results_open_requested.connect(lambda csv, root: self.open_results(csv, root_hints=[root]))
+            # the dialog may be hidden while the batch runs: say in the status bar how it ended
+            dlg.runner.finished.connect(lambda _o: self.statusBar().showMessage(f"Batch: {dlg.runner.status}", 15000))
+            self.batch_dialog = dlg
+        else:
+            self.batch_dialog.set_models(s.models, s.model_name)
+        self.batch_dialog.show()
+        self.batch_dialog.raise_()
+        self.batch_dialog.activateWindow()
+
+    def choose_results(self) -> None:
+        """Research > Open results: pick a ``mammo-score`` CSV; ground truth and studies are guessed."""
+        start = str(self.settings.value("research/last_folder", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, "Open results (mammo-score CSV)", start, "CSV (*.csv);;All files (*)")
+        if path:
+            self.open_results(path)
+
+    def open_results(
+        self,
+        results: str | Path,
+        truth: str | Path | None = None,
+        studies_root: str | Path | None = None,
+        *,
+        root_hints: list[str | Path] | None = None,
+    ) -> bool:
+        """Show the results browser with a results file (and its ground truth).
+
+        Returns:
+            True when the file loaded (otherwise the browser says why).
+        """
+        from viewer.dialogs.batch_dialog import batch_input_for
+        from viewer.widgets.cases_browser import CasesBrowserWidget
+
+        if self.results_browser is None:
+            self.results_browser = CasesBrowserWidget(settings=self.settings, parent=self)
+            self.results_browser.state.study_open_requested.connect(self._on_case_open_requested)
+        hints = [h for h in [*(root_hints or []), batch_input_for(self.settings, results)] if h]
+        ok = self.results_browser.open_results(results, truth, studies_root, root_hints=hints)
+        self.results_browser.show()
+        self.results_browser.raise_()
+        return ok
+
+    def _on_case_open_requested(self, path: str, model: str) -> None:
+        """A case double-clicked in the results browser: open it with the model that scored it."""
+        s = self.state
+        if model and model in s.models:
+            if model != s.model_name:
+                s.set_model(model)
+        elif model:
+            self.statusBar().showMessage(f"Model {model} is not installed; scoring with {s.model_name or 'none'}", 6000)
+        self.open_study(path)
+
+    def _on_batch_study_open_requested(self, path: str) -> None:
+        self.open_study(path)
+        self.raise_()
+        self.activateWindow()
+
     # ------------------------------------------------------------------ toggles
     def _focus_slot(self) -> str:
         cur = self.state.cursor
@@ -566,5 +715,9 @@ class MainWindow(QMainWindow):
         try:
             self.save_settings()
         finally:
+            if self.batch_dialog is not None:
+                self.batch_dialog.shutdown()
+            self.export_pool.cancel_all()
+            self.export_pool.wait()
             self.controller.shutdown()
         super().closeEvent(ev)
