@@ -633,11 +633,13 @@ class Trainer:
             self.resumed_from = epoch
             if self.dist.is_main:
                 self._truncate_metrics(epoch)
+                self._settle_pending_best(self.best_epoch)
             logger.info("resuming %s after epoch %d (best %s at epoch %d)", self.out.name, epoch, self.best_score, self.best_epoch)
             return epoch + 1
         if self.dist.is_main:
             for key in ("metrics", "last", "state", "best", "test", "run"):
                 self._paths(key).unlink(missing_ok=True)
+            self._pending_best().unlink(missing_ok=True)
             _atomic_write_text(self._paths("config"), json.dumps(cfg, indent=2) + "\n")
             if self.config.source and Path(self.config.source).is_file():
                 _atomic_write_text(self._paths("config_toml"), Path(self.config.source).read_text(encoding="utf-8"))
@@ -672,7 +674,26 @@ class Trainer:
             tmp = self._paths("state").with_name(RUN_FILES["state"] + ".tmp")
             torch.save(state, tmp)
             os.replace(tmp, self._paths("state"))
+            if self._pending_best().is_file():
+                os.replace(self._pending_best(), self._paths("best"))
         D.barrier(self.dist)
+
+    def _pending_best(self) -> Path:
+        return self.out / (RUN_FILES["best"] + ".pending")
+
+    def _settle_pending_best(self, best_epoch: int) -> None:
+        """After an interruption: keep a pending best only if the checkpoint counts it as best."""
+        pending = self._pending_best()
+        if not pending.is_file():
+            return
+        from safetensors import safe_open
+
+        with safe_open(str(pending), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("mammo_train", "{}"))
+        if int(meta.get("epoch", -1)) == best_epoch:
+            os.replace(pending, self._paths("best"))
+        else:
+            pending.unlink()
 
     # --- epochs --------------------------------------------------------------------------------
     def _autocast(self):  # noqa: ANN202
@@ -828,7 +849,8 @@ class Trainer:
             if improved:
                 self.best_score, self.best_epoch, self.bad_epochs = value, epoch, 0
                 if main:
-                    _save_weights(self.model, self._paths("best"), {"epoch": epoch, "kind": "best", "score": value})
+                    # becomes best.safetensors together with the epoch's checkpoint (_save_checkpoint)
+                    _save_weights(self.model, self._pending_best(), {"epoch": epoch, "kind": "best", "score": value})
             else:
                 self.bad_epochs += 1
             seconds = self.seconds_before + (time.perf_counter() - session_start)

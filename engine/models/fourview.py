@@ -98,10 +98,20 @@ class FourViewConfig:
           size, and at 4096 tokens two blocks would take most of the CPU budget (0.6 s per study,
           2 threads). Merging to 32x32 (1024 tokens) and 16x16 (256 tokens) keeps the scan cheap
           while the four scan orders still see the whole breast at every position.
-        - ``d_state=16`` (VMamba's and MedMamba's default) and ``ssm_ratio=2``.
+        - ``d_state=16`` (MedMamba's default) and ``ssm_ratio=1`` (MedMamba: 2). The scan cost is
+          proportional to ``d_inner * d_state`` and dominates the VSSM stages on CPU; halving the
+          SS2D inner width cuts the whole four-view forward by about 20 % (bench/bench_models.py),
+          and VMamba's own later versions also run with ``ssm_ratio=1`` (and ``d_state`` down to
+          1). This keeps one study at 512 x 512 well inside 0.6 s on two CPU threads,
+          preprocessing included; ``ssm_ratio=2`` restores MedMamba's block exactly.
         - Pure VSSM: patch 4 embedding to 64 ch, then four stages of one block each
           (64, 128, 256, 512 ch at stride 4, 8, 16, 32): the paper's best "four successive VSSM
           blocks", with the same output width and stride as the hybrid and ResNet-18.
+        - Fusion MLP hidden width 256 (the paper does not give it): 4 x 512 -> 256 -> 4, small
+          next to the encoders. The views are concatenated in STANDARD_VIEWS order (the paper
+          lists L-CC, L-MLO, R-CC, R-MLO; an order is only a permutation of the MLP's inputs).
+        - ``drop_path=0``: the paper regularises with weight decay, head dropout and gradient
+          clipping only.
     """
 
     encoder: str = "hybrid"
@@ -111,7 +121,7 @@ class FourViewConfig:
     vssm_dims: tuple[int, ...] = (256, 512)
     patch_size: int = 4
     d_state: int = 16
-    ssm_ratio: float = 2.0
+    ssm_ratio: float = 1.0
     drop_path: float = 0.0
     feature_dim: int | None = None
     fusion_hidden: int = 256
@@ -276,6 +286,10 @@ class FourViewModel(nn.Module):
         fusion: :class:`GatedAttentionFusion`.
         heads: ``Linear(4 * D, 2)`` per ``malignancy_{R,L}``, ``Linear(4 * D, K)`` per
             ``birads_{R,L}``.
+
+    Missing views are not encoded: each encoder runs on the present views of its group only
+    (BatchNorm never sees a blank in training, and inference skips absent views); their feature
+    maps and vectors are zeros and their attention is exactly 0.
     """
 
     def __init__(self, config: FourViewConfig) -> None:
@@ -319,9 +333,12 @@ class FourViewModel(nn.Module):
             g = len(group)
             x = images[:, list(group)].reshape(b * g, 1, h, w)
             keep = present[:, list(group)].reshape(b * g)
-            if bool(keep.all()) or not bool(keep.any()):
-                # all present, or none (features are then zeroed by the mask downstream)
+            if bool(keep.all()):
                 feats = encoder(x)
+            elif not bool(keep.any()):
+                # none of this encoder's views in the batch: run it on the blanks anyway so every
+                # parameter still gets a (zero) gradient, as distributed training expects
+                feats = encoder(x) * 0.0
             else:
                 # encode only the views that exist: faster, and BatchNorm never sees blanks
                 idx = keep.nonzero().squeeze(1)

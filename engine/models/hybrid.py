@@ -5,9 +5,11 @@ feature map, channels-FIRST, which the four-view model taps for Grad-CAM and poo
 vector ``v``:
 
 - :class:`ResNetEncoder`: a whole ResNet-18 or ResNet-50 backbone (the CNN baselines, 2.1.1).
-- :class:`HybridEncoder`: the early layers of a ResNet-18 (stem + ``layer1`` + ``layer2`` by default,
-  cut configurable) followed by VSSM stages of MedMamba-style blocks (the proposed model, 2.1.3).
-- :class:`VSSMEncoder`: patch embedding followed by VSSM stages only (the pure-VSSM baseline, 2.1.2).
+- :class:`HybridEncoder`: the early layers of a ResNet-18 (stem + ``layer1`` + ``layer2`` by
+  default, cut configurable) followed by VSSM stages of MedMamba-style blocks (the proposed
+  model, 2.1.3).
+- :class:`VSSMEncoder`: patch embedding followed by VSSM stages only (the pure-VSSM baseline,
+  2.1.2).
 
 Input of every encoder: ``(N, 1, H, W)`` float32 in ``[0, 1]`` (grayscale, dense tissue bright).
 Each encoder normalises its own input:

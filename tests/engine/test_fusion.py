@@ -116,3 +116,29 @@ def test_present_views_encoded_as_if_alone(small_model):
     finally:
         for h in handles:
             h.remove()
+
+
+def test_encoder_with_no_view_in_the_batch_gets_zero_maps_and_gradients():
+    """View-specific model, both MLO views absent from the whole batch."""
+    torch.manual_seed(0)
+    model = build_fourview(
+        FourViewConfig(encoder="resnet18", sharing="view_specific", in_size=64)
+    ).train()
+    images = torch.rand(2, 4, 1, 64, 64)
+    missing = torch.tensor([[False, False, True, True], [False, True, True, True]])
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        tap.register_forward_hook(lambda m, i, o, k=key: captured.__setitem__(k, o))
+        for key, tap in model.cam_layers().items()
+    ]
+    try:
+        out = model(images, missing)
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.all(captured["R-MLO"] == 0) and torch.all(captured["L-MLO"] == 0)
+    assert torch.all(out["attention"][:, 2:] == 0)
+    sum(v.sum() for k, v in out.items() if k != "attention").backward()
+    mlo_grads = [p.grad for p in model.encoders[1].parameters()]
+    assert all(g is not None and torch.all(g == 0) for g in mlo_grads)
+    assert any(p.grad.abs().sum() > 0 for p in model.encoders[0].parameters())

@@ -216,7 +216,9 @@ def test_gray_input_is_replicated_and_imagenet_normalised():
     out = norm(x)
     assert out.shape == (1, 3, 2, 2)
     assert out[0, 0, 0, 0].abs() < 1e-6 and out[0, 1, 0, 1].abs() < 1e-6
-    torch.testing.assert_close(out[0, :, 1, 1], (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(out[0, :, 1, 1], (1 - mean) / std)
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_bad_inputs_raise():

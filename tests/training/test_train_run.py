@@ -175,3 +175,22 @@ def test_reproduce_reports_identical_weights(reference_run, tmp_path):
 
 def test_phantom_cache_is_shared(tmp_path_factory):
     assert (phantom_cache(tmp_path_factory) / "s5-n16-tiny" / "labels.csv").is_file()
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path_factory, tmp_path):
+    from training.loop import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="non-finite training loss at epoch 1"):
+        train(tiny_config(tmp_path_factory, "optim.lr=1e30"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_path_uses_bf16_and_channels_last(tmp_path_factory, tmp_path):
+    out = tmp_path / "cuda"
+    result = train(tiny_config(tmp_path_factory, "train.device=cuda", "train.num_workers=2"), out, progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["amp"] == "bf16" and info["channels_last"] is True and info["machine"]["gpu"]
+    assert all(np.isfinite(r["train_loss"]) for r in read_metrics(out))
+    assert set(result.test["table"]) == {"malignancy_auc", "malignancy_f1_macro", "birads_auc", "birads_f1_macro"}
